@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Table 1 (I) of "Neural Collapse by Design: Learning Class Prototypes on the
+# Hypersphere" (the paper), CE on ImageNet-100: paper 84.4% top-1.
+#
+# main_ce.py --loss ce: ResNet-50 at 224 px, 500 epochs, 4 GPUs x 256 (global batch
+# 1024), base lr 0.1 scaled to 0.4, 10 warm-up epochs from 0.01, cosine to lr * 1e-3,
+# SyncBN, CE ignores the temperature, seed 42.
+#
+# Settings come from environment variables (DATA EPOCHS BATCH LR TEMP MODEL NGPUS TRIAL
+# SEED SAVE_ROOT EXTRA DRY_RUN FORCE), described in scripts/common.sh:
+#   DRY_RUN=1 scripts/imagenet100_ce.sh
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+run_classifier_learning imagenet100 ce
