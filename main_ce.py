@@ -1,7 +1,8 @@
 """Train an encoder and its classifier with cross-entropy or a normalised softmax loss.
 
---loss ce is the usual biased linear classifier (eq. 1 of the paper); normface, ntce and
-nonl keep a bias-free prototype matrix W [K, h] and train through cosine logits
+The equation numbers are those of "Neural Collapse by Design: Learning Class Prototypes
+on the Hypersphere". --loss ce is the usual biased linear classifier (eq. 1). normface,
+ntce and nonl keep a bias-free prototype matrix W [K, h] and train through cosine logits
 (eqs. 3 to 5), predicting the class of the nearest prototype.
 
 One process (CPU or one GPU):

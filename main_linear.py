@@ -2,7 +2,8 @@
 
 --classifier linear trains a biased linear layer with cross-entropy, as linear probing
 usually does; --classifier normalized trains bias-free prototypes with the NormFace loss
-at --temp, the paper's "normalized linear probing". The encoder stays in eval mode.
+at --temp: the "normalized linear probing" of "Neural Collapse by Design: Learning Class
+Prototypes on the Hypersphere". The encoder stays in eval mode.
 
 One process (CPU or one GPU):
     python main_linear.py --dataset cifar100 --ckpt save/SupCon/cifar100_models/RUN/last.pth \\

@@ -3,8 +3,9 @@
 One pass over the training set without augmentation sums the L2-normalised features of
 each class; the normalised class means mu_hat_c are the rows of a bias-free classifier,
 and a test image gets the class of the prototype with the largest cosine. Theorem 4.1
-of the paper shows that SupCon's minimisers coincide with those of a loss over exactly
-these prototypes, so they replace linear probing (T x N forward passes) with N.
+of "Neural Collapse by Design: Learning Class Prototypes on the Hypersphere" shows that
+SupCon's minimisers coincide with those of a loss over exactly these prototypes, so they
+replace linear probing (T x N forward passes) with N.
 
 The prototypes are saved as a classifier checkpoint in the format main_linear.py
 writes (a LinearClassifier with normalized=True), so nc_metrics.py --classifier reads it.

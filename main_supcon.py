@@ -1,7 +1,8 @@
 """Pre-train an encoder with supervised contrastive learning (SupCon) or SimCLR.
 
-Each image gives two augmented views; the loss (eq. 2 of the paper) contrasts the
-L2-normalised outputs of the projection head. Under torchrun the loss sees the global
+Each image gives two augmented views, and the loss (eq. 2 of "Neural Collapse by Design:
+Learning Class Prototypes on the Hypersphere") contrasts the L2-normalised outputs of the
+projection head. Under torchrun the loss sees the global
 batch: it gathers every process's features itself. Evaluate the encoder afterwards with
 main_linear.py (linear probing) or main_prototype.py (class-mean prototypes, one pass).
 

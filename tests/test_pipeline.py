@@ -16,7 +16,7 @@ import main_linear
 import main_prototype
 import main_supcon
 import util
-from networks.resnet_big import SupConResNet
+from networks.resnet_big import SupCEResNet, SupConResNet
 
 
 def read_jsonl(path):
@@ -271,3 +271,51 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
     output = capsys.readouterr().out
     assert 'global batch: 256' in output
     assert not os.path.exists(tmp_path / 'save')
+
+
+def test_nc_metrics_cli_matches_one_shot_call(tmp_path):
+    import nc_metrics
+
+    args = ['--dataset', 'digits', *TINY, '--epochs', '1', '--loss', 'nonl',
+            '--save_root', str(tmp_path)]
+    main_ce.main(args)
+    ckpt = os.path.join(main_ce.parse_option(args).save_folder, 'last.pth')
+    out = str(tmp_path / 'nc_train.json')
+    nc_metrics.main(['--dataset', 'digits', '--size', '8', '--num_workers', '0',
+                     '--ckpt', ckpt, '--out', out])
+    written = read_json(out)
+    assert written['loss'] == 'nonl'
+    assert written['num_samples'] == 1437
+
+    # Independent path: features image by image, then the one-shot function.
+    opt = argparse.Namespace(dataset='digits', size=8, data_folder='./datasets/')
+    opt.n_cls, opt.mean, opt.std = data.dataset_stats(opt)
+    dataset = data.build_dataset(opt, 'train', data.build_transform(opt, 'eval'))
+    model = SupCEResNet(name='resnet18', num_classes=10, width=4, normalized=True)
+    model.load_state_dict(util.load_checkpoint(ckpt)['model'])
+    model.eval()
+    with torch.no_grad():
+        images = torch.stack([dataset[index][0] for index in range(len(dataset))])
+        features = model.encoder(images)
+    expected = nc_metrics.compute_nc_metrics(features, torch.tensor(dataset.targets),
+                                             weight=model.fc.weight.detach(), num_classes=10)
+    assert set(written['metrics']) == set(expected)
+    for key, value in expected.items():
+        assert written['metrics'][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+def test_nc_metrics_cli_supcon_prototypes_align(tmp_path):
+    import nc_metrics
+
+    ckpt = trained_supcon(tmp_path)
+    common = ['--dataset', 'digits', '--size', '8', '--num_workers', '0', '--ckpt', ckpt]
+    without_probe = nc_metrics.main(common)
+    assert without_probe['metrics']['weight_alignment'] == pytest.approx(0.0, abs=1e-9)
+
+    prototype_args = [*common, '--save_root', str(tmp_path)]
+    main_prototype.main(prototype_args)
+    prototypes = os.path.join(main_prototype.parse_option(prototype_args).save_folder,
+                              'last.pth')
+    with_prototypes = nc_metrics.main([*common, '--classifier', prototypes])
+    assert with_prototypes['metrics']['weight_alignment'] == pytest.approx(0.0, abs=1e-6)
+    assert with_prototypes['classifier'] == prototypes
