@@ -110,10 +110,7 @@ def main(argv=None):
         return
 
     # pre-trained encoder
-    model, pretrained = util.load_pretrained(opt)
-    opt.ckpt_opt = pretrained
-    opt.model, opt.width = pretrained['model'], pretrained['width']
-    encode = util.feature_extractor(model, opt.feature)
+    model, encode = util.load_encoder(opt)
 
     # data
     train_loader, test_loader = set_loader(opt)
@@ -121,7 +118,7 @@ def main(argv=None):
     opt.total_iters = opt.epochs * len(train_loader)
 
     # classifier, optimiser, resume
-    classifier, criterion = set_classifier(opt, pretrained)
+    classifier, criterion = set_classifier(opt, opt.ckpt_opt)
     classifier = util.wrap_model(classifier, opt)
     optimizer = util.set_optimizer(opt, classifier)
     start_epoch, best_acc, test_acc = 1, 0.0, 0.0

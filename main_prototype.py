@@ -95,10 +95,7 @@ def main(argv=None):
         return
 
     # pre-trained encoder
-    model, pretrained = util.load_pretrained(opt)
-    opt.ckpt_opt = pretrained
-    opt.model, opt.width = pretrained['model'], pretrained['width']
-    encode = util.feature_extractor(model, opt.feature)
+    model, encode = util.load_encoder(opt)
 
     # data, without augmentation
     transform = data.build_transform(opt, 'eval')

@@ -967,8 +967,8 @@ def main(argv=None) -> dict:
                               "not torchrun")
 
     # model and the classifier to score
-    model, options = util.load_pretrained(opt)
-    encode = util.feature_extractor(model, opt.feature)
+    model, encode = util.load_encoder(opt)
+    options = opt.ckpt_opt
     if opt.classifier:
         weight = load_classifier_rows(opt.classifier)
     elif hasattr(model, "fc"):

@@ -591,6 +591,18 @@ def load_pretrained(opt):
     return model.to(opt.device).eval(), options
 
 
+def load_encoder(opt):
+    """Load opt.ckpt for evaluation; return (model, images -> features for opt.feature).
+
+    Records the checkpoint's options in opt.ckpt_opt and its architecture in opt.model
+    and opt.width, so run records name the network that was evaluated.
+    """
+    model, options = load_pretrained(opt)
+    opt.ckpt_opt = options
+    opt.model, opt.width = options['model'], options['width']
+    return model, feature_extractor(model, opt.feature)
+
+
 def feature_extractor(model, feature):
     """Return images -> features for the chosen output of a pre-trained network."""
     if feature == 'encoder':
