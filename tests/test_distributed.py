@@ -2,6 +2,7 @@
 
 import argparse
 import glob
+import json
 import os
 import re
 import socket
@@ -176,3 +177,41 @@ def test_evaluation_counts_every_test_image_once(two_process_results):
     result = two_process_results['evaluation']
     assert result['count'] == 101
     assert result['accuracy'] == pytest.approx(100 * 68 / 101)
+
+
+def test_torchrun_evaluation_scripts(tmp_path):
+    """main_linear.py and main_prototype.py under two processes match one process."""
+    import main_prototype
+    import main_supcon
+
+    supcon_args = ['--dataset', 'digits', *TINY, '--epochs', '1', '--save_root',
+                   str(tmp_path / 'pretrain')]
+    main_supcon.main(supcon_args)
+    ckpt = os.path.join(main_supcon.parse_option(supcon_args).save_folder, 'last.pth')
+    common = ['--dataset', 'digits', '--size', '8', '--num_workers', '0', '--ckpt', ckpt]
+
+    linear = torchrun('main_linear.py', *common, '--width', '4', '--epochs', '1',
+                      '--batch_size', '32', '--save_root', str(tmp_path / 'linear'))
+    assert linear.returncode == 0, linear.stderr[-3000:]
+    assert 'global batch: 64' in linear.stdout
+
+    single_args = [*common, '--save_root', str(tmp_path / 'single')]
+    main_prototype.main(single_args)
+    prototypes = torchrun('main_prototype.py', *common, '--save_root', str(tmp_path / 'two'))
+    assert prototypes.returncode == 0, prototypes.stderr[-3000:]
+    # Class sums are summed over both processes: every training image counts once and
+    # the test accuracy equals the single-process one.
+    assert 'prototypes from 1437 training images' in prototypes.stdout
+    single = util.load_checkpoint(os.path.join(
+        main_prototype.parse_option(single_args).save_folder, 'last.pth'))['model']
+    two = util.load_checkpoint(glob.glob(os.path.join(
+        str(tmp_path / 'two'), '**', 'last.pth'), recursive=True)[0])['model']
+    assert torch.allclose(two['fc.weight'], single['fc.weight'], atol=1e-5)
+
+    def results(root):
+        path = glob.glob(os.path.join(root, '**', 'results.json'), recursive=True)[0]
+        with open(path) as handle:
+            return json.load(handle)
+
+    assert results(str(tmp_path / 'two'))['test_acc'] == pytest.approx(
+        results(str(tmp_path / 'single'))['test_acc'])
