@@ -2,9 +2,9 @@
 
 Each image gives two augmented views, and the loss (eq. 2 of "Neural Collapse by Design:
 Learning Class Prototypes on the Hypersphere") contrasts the L2-normalised outputs of the
-projection head. Under torchrun the loss sees the global
-batch: it gathers every process's features itself. Evaluate the encoder afterwards with
-main_linear.py (linear probing) or main_prototype.py (class-mean prototypes, one pass).
+projection head. Under torchrun the loss uses the global batch because it gathers every
+process's features itself. Evaluate the encoder afterwards with main_linear.py (linear
+probing) or main_prototype.py (class-mean prototypes, one pass).
 
 One process (CPU or one GPU):
     python main_supcon.py --dataset cifar100 --model resnet18 --batch_size 512 \\

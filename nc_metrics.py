@@ -951,7 +951,7 @@ def load_classifier_rows(path: str) -> torch.Tensor:
 
     state = util.strip_wrapper_prefixes(util.load_checkpoint(path)["model"])
     if "fc.weight" not in state:
-        raise util.UsageError(f"{path} holds no classifier (no fc.weight); pass a checkpoint "
+        raise util.UsageError(f"{path} contains no classifier (no fc.weight); pass a checkpoint "
                               "of main_linear.py or main_prototype.py")
     return state["fc.weight"].float()
 
